@@ -34,6 +34,9 @@ def get_device(prefer: str | torch.device | None = None) -> torch.device:
             ) from err
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {requested!r} was requested but CUDA is not available here")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {requested!r} was requested but this machine has only "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
         if device.type == "mps" and not _mps_available():
             raise ValueError(f"device {requested!r} was requested but Apple MPS is not available here")
         return device

@@ -58,10 +58,14 @@ class ScalarRNN(nn.Module):
         self.b = nn.Parameter(torch.as_tensor(b, dtype=dtype).clone())
 
     def forward(self, x0: float | torch.Tensor, steps: int) -> torch.Tensor:
-        """Run ``steps`` updates from ``x0`` and return every state ``x_0..x_steps``, shape (steps + 1, *w.shape)."""
+        """Run ``steps`` updates from ``x0`` and return every state ``x_0..x_steps``.
+
+        The shape is (steps + 1, *S) where S is the broadcast shape of ``w``, ``b`` and ``x0``.
+        """
         positive_int(steps, "steps")
         sigma = ACTIVATIONS[self.activation]
-        x = torch.as_tensor(x0, dtype=self.w.dtype, device=self.w.device).expand_as(self.w)
+        x = torch.as_tensor(x0, dtype=self.w.dtype, device=self.w.device)
+        x = x.expand(torch.broadcast_shapes(x.shape, self.w.shape, self.b.shape))
         states = [x]
         for _ in range(steps):
             x = self.w * sigma(x) + self.b
@@ -110,7 +114,7 @@ class ElmanRNN(nn.Module):
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
         self.bias_ih = nn.Parameter(torch.empty(hidden_size))
         self.bias_hh = nn.Parameter(torch.empty(hidden_size))
-        self.readout = nn.Linear(hidden_size, output_size) if output_size is not None else None
+        self.readout = _linear(hidden_size, output_size) if output_size is not None else None
         self._initialize(init, gain, spectral_radius, gen)
         self.record_hidden_grads = False
         self.hidden_steps: list[torch.Tensor] = []
@@ -230,7 +234,9 @@ class LSTM(nn.Module):
         self.hidden_size = positive_int(hidden_size, "hidden_size")
         if output_size is not None:
             positive_int(output_size, "output_size")
-        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) or not math.isfinite(forget_bias):
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
+            raise TypeError(f"forget_bias must be a finite number, got {type(forget_bias).__name__} {forget_bias!r}")
+        if not math.isfinite(forget_bias):
             raise ValueError(f"forget_bias must be a finite number, got {forget_bias!r}")
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         H = hidden_size
@@ -242,7 +248,7 @@ class LSTM(nn.Module):
         with torch.no_grad():
             self.bias_ih[H:2 * H] = float(forget_bias)
             self.bias_hh[H:2 * H] = 0.0
-        self.readout = nn.Linear(H, output_size) if output_size is not None else None
+        self.readout = _linear(H, output_size) if output_size is not None else None
         if self.readout is not None:
             with torch.no_grad():
                 self.readout.weight.copy_(_uniform(self.readout.weight.shape, bound, gen))
@@ -334,6 +340,11 @@ def random_orthogonal(n: int, generator: torch.Generator) -> torch.Tensor:
 
 def _uniform(shape: tuple[int, ...] | torch.Size, bound: float, gen: torch.Generator) -> torch.Tensor:
     return (2.0 * torch.rand(*shape, generator=gen) - 1.0) * bound
+
+
+def _linear(in_features: int, out_features: int) -> nn.Linear:
+    # skip nn.Linear's own init: it draws from the global generator; labkit fills the weights from `gen`
+    return nn.utils.skip_init(nn.Linear, in_features, out_features)
 
 
 def _copy_linear(linear: nn.Linear | None) -> nn.Linear | None:

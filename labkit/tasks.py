@@ -83,8 +83,8 @@ def adding_problem(
     else:
         values = 2.0 * torch.rand(batch_size, seq_len, generator=gen, dtype=torch.float64) - 1.0
         first = torch.randint(0, 10, (batch_size,), generator=gen)
-        # the second mark: uniform over the first T/2 - 1 positions other than `first`
-        k = torch.randint(0, seq_len // 2 - 2, (batch_size,), generator=gen)
+        # the second mark: one of the first T/2 - 1 still unmarked steps (`first` < 10 <= T/2 - 1 is skipped)
+        k = torch.randint(0, seq_len // 2 - 1, (batch_size,), generator=gen)
         second = k + (k >= first).long()
         values[rows, 0] = torch.where(first == 0, torch.zeros(batch_size, dtype=torch.float64), values[:, 0])
         markers = torch.zeros(batch_size, seq_len, dtype=torch.float64)

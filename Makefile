@@ -1,0 +1,90 @@
+# Exploding Gradients: the entry points. `make help` lists them.
+#
+# Each target sets up what it needs: the first run creates .venv and installs
+# PyTorch, labkit and the book, grading and test tools at the exact versions in
+# constraints.txt; later runs reuse it and start at once.
+#
+# PyTorch is installed first and on its own, so a GPU user can choose the build:
+#   make test TORCH_INDEX_URL=<PyTorch wheel index for your CUDA version>
+# TORCH_SPEC is any pip requirement for torch, e.g. a different version.
+# To change the PyTorch build of an existing .venv, run `make distclean` first.
+
+PYTHON          ?= python3
+TORCH_SPEC      ?= torch==2.13.0
+TORCH_INDEX_URL ?=
+PYTEST_ARGS     ?= -n auto
+SYSTEM_PACKAGES := chromium bubblewrap postgresql
+
+VENV  := .venv
+BIN   := $(VENV)/bin
+PIP   := $(BIN)/python -m pip
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv system-deps book test lab bench lock clean distclean
+
+help:
+	@echo "make book         build the book into _build/html (open _build/html/index.html)"
+	@echo "make test         run all tests"
+	@echo "make lab          open JupyterLab on the problem sets in exercises/"
+	@echo "make bench        run the benchmarks"
+	@echo "make clean        remove build outputs (keeps .venv)"
+	@echo "make distclean    also remove .venv"
+	@echo "make lock         rewrite constraints.txt from the current .venv"
+
+venv: $(STAMP)
+
+# Torch goes in with --no-deps so that TORCH_INDEX_URL serves torch alone; its
+# dependencies then come, pinned, with everything else.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet -c constraints.txt --upgrade pip
+	$(PIP) install --quiet --no-deps $(if $(TORCH_INDEX_URL),--index-url '$(TORCH_INDEX_URL)') '$(TORCH_SPEC)'
+	$(PIP) install --quiet -c constraints.txt -e '.[book,grading,dev]'
+	touch $@
+
+# Debian packages some tests need (a headless browser, a sandbox, a database).
+# Installed only when missing and only as root; tests that need them skip when
+# they are absent.
+system-deps:
+	@missing=""; \
+	for pkg in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$pkg"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing system packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else \
+		echo "Not installing system packages (needs root and apt-get):$$missing"; \
+	fi
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+test: system-deps $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Jupyter refuses to start as root (as in many containers) unless told to.
+lab: $(STAMP)
+	@test -d exercises || { echo "exercises/ does not exist yet: no problem set has been released"; exit 1; }
+	$(BIN)/jupyter lab --ServerApp.root_dir=exercises $(if $(filter 0,$(shell id -u)),--allow-root)
+
+bench: $(STAMP)
+	@if [ -f benchmarks/run.py ]; then $(BIN)/python benchmarks/run.py; \
+	else echo "No benchmarks yet (benchmarks/run.py)."; fi
+
+# Pins every installed package except labkit itself and the PyTorch build,
+# which TORCH_SPEC chooses.
+lock: $(STAMP)
+	{ echo "# Exact versions for a reproducible build; regenerate with 'make lock'."; \
+	  $(PIP) freeze --all --exclude-editable | grep -v -E '^(torch|triton|nvidia-[a-z0-9-]+)=='; \
+	} > constraints.txt
+	touch $(STAMP)
+
+clean:
+	rm -rf _build .pytest_cache
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
