@@ -21,12 +21,13 @@ PIP   := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps book test lab bench lock clean distclean
+.PHONY: help venv system-deps book test lab release bench lock clean distclean
 
 help:
 	@echo "make book         build the book into _build/html (open _build/html/index.html)"
 	@echo "make test         run all tests"
 	@echo "make lab          open JupyterLab on the problem sets in exercises/"
+	@echo "make release      regenerate the student problem sets in exercises/ from solutions/"
 	@echo "make bench        run the benchmarks"
 	@echo "make clean        remove build outputs (keeps .venv)"
 	@echo "make distclean    also remove .venv"
@@ -69,6 +70,9 @@ test: system-deps $(STAMP)
 lab: $(STAMP)
 	@test -d exercises || { echo "exercises/ does not exist yet: no problem set has been released"; exit 1; }
 	$(BIN)/jupyter lab --ServerApp.root_dir=exercises $(if $(filter 0,$(shell id -u)),--allow-root)
+
+release: $(STAMP)
+	$(BIN)/python -m course release
 
 bench: $(STAMP)
 	@if [ -f benchmarks/run.py ]; then $(BIN)/python benchmarks/run.py; \
