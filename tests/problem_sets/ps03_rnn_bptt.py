@@ -1,30 +1,12 @@
 """Plausible wrong answers to problem set 3 (RNNs and BPTT): each is the solution with one classic mistake.
 
-Every mistake is written as a small edit of the solution cell, so it stays in step with the solution; the
-edit must match exactly once.
+Every mistake is a small edit of the solution cell (see ``solution_editor``).
 """
 from __future__ import annotations
 
-from pathlib import Path
+from tests.problem_sets import WrongAnswer, solution_editor
 
-import nbformat
-
-from tests.problem_sets import WrongAnswer
-
-SOLUTION = Path(__file__).resolve().parents[2] / "solutions" / "ps03_rnn_bptt" / "ps03.ipynb"
-_SOURCES = {cell.metadata["nbgrader"]["grade_id"]: cell.source
-            for cell in nbformat.read(SOLUTION, as_version=4).cells if "nbgrader" in cell.metadata}
-
-
-def _edit(grade_id: str, *replacements: tuple[str, str]) -> dict[str, str]:
-    """The solution cell ``grade_id`` with each ``(old, new)`` applied; ``old`` must occur exactly once."""
-    source = _SOURCES[grade_id]
-    for old, new in replacements:
-        count = source.count(old)
-        if count != 1:
-            raise ValueError(f"{grade_id}: expected {old!r} once in the solution, found it {count} times")
-        source = source.replace(old, new)
-    return {grade_id: source}
+_edit = solution_editor("ps03_rnn_bptt", "ps03.ipynb")
 
 
 WRONG_ANSWERS = {
