@@ -12,7 +12,7 @@ Both sequence models take ``x`` of shape (B, T, I) and return a :class:`Recurren
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 from torch import nn
@@ -21,6 +21,8 @@ from labkit._checks import one_of, positive_float, positive_int, sequence_batch
 
 ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}
 ELMAN_INITS = ("default", "gaussian", "orthogonal")
+M = TypeVar("M", bound=nn.Module)
+R = TypeVar("R", bound=nn.RNNBase)
 
 
 class RecurrentOutput(NamedTuple):
@@ -182,28 +184,14 @@ class ElmanRNN(nn.Module):
             raise ValueError("only a one-layer, unidirectional torch.nn.RNN with biases can be converted")
         model = cls(rnn.input_size, rnn.hidden_size, readout.out_features if readout is not None else None,
                     nonlinearity=rnn.nonlinearity)
-        model.to(dtype=rnn.weight_hh_l0.dtype, device=rnn.weight_hh_l0.device)
-        with torch.no_grad():
-            model.weight_ih.copy_(rnn.weight_ih_l0)
-            model.weight_hh.copy_(rnn.weight_hh_l0)
-            model.bias_ih.copy_(rnn.bias_ih_l0)
-            model.bias_hh.copy_(rnn.bias_hh_l0)
-            if readout is not None:
-                model.readout.load_state_dict(readout.state_dict())
-        return model
+        return _load_from_torch(model, rnn, readout)
 
     def to_torch(self) -> tuple[nn.RNN, nn.Linear | None]:
         """Export to a ``torch.nn.RNN`` (batch_first) and a copy of the readout; sigmoid has no torch.nn.RNN."""
         if self.nonlinearity == "sigmoid":
             raise ValueError("torch.nn.RNN supports only 'tanh' and 'relu'; this model uses 'sigmoid'")
         rnn = nn.RNN(self.input_size, self.hidden_size, nonlinearity=self.nonlinearity, batch_first=True)
-        rnn.to(dtype=self.weight_hh.dtype, device=self.weight_hh.device)
-        with torch.no_grad():
-            rnn.weight_ih_l0.copy_(self.weight_ih)
-            rnn.weight_hh_l0.copy_(self.weight_hh)
-            rnn.bias_ih_l0.copy_(self.bias_ih)
-            rnn.bias_hh_l0.copy_(self.bias_hh)
-        return rnn, _copy_linear(self.readout)
+        return _export_to_torch(self, rnn)
 
 
 class LSTM(nn.Module):
@@ -294,26 +282,12 @@ class LSTM(nn.Module):
             raise ValueError("only a one-layer, unidirectional torch.nn.LSTM with biases and no projection "
                              "can be converted")
         model = cls(lstm.input_size, lstm.hidden_size, readout.out_features if readout is not None else None)
-        model.to(dtype=lstm.weight_hh_l0.dtype, device=lstm.weight_hh_l0.device)
-        with torch.no_grad():
-            model.weight_ih.copy_(lstm.weight_ih_l0)
-            model.weight_hh.copy_(lstm.weight_hh_l0)
-            model.bias_ih.copy_(lstm.bias_ih_l0)
-            model.bias_hh.copy_(lstm.bias_hh_l0)
-            if readout is not None:
-                model.readout.load_state_dict(readout.state_dict())
-        return model
+        return _load_from_torch(model, lstm, readout)
 
     def to_torch(self) -> tuple[nn.LSTM, nn.Linear | None]:
         """Export to a ``torch.nn.LSTM`` (batch_first) and a copy of the readout."""
         lstm = nn.LSTM(self.input_size, self.hidden_size, batch_first=True)
-        lstm.to(dtype=self.weight_hh.dtype, device=self.weight_hh.device)
-        with torch.no_grad():
-            lstm.weight_ih_l0.copy_(self.weight_ih)
-            lstm.weight_hh_l0.copy_(self.weight_hh)
-            lstm.bias_ih_l0.copy_(self.bias_ih)
-            lstm.bias_hh_l0.copy_(self.bias_hh)
-        return lstm, _copy_linear(self.readout)
+        return _export_to_torch(self, lstm)
 
 
 def spectral_radius_of(matrix: torch.Tensor) -> float:
@@ -345,6 +319,26 @@ def _uniform(shape: tuple[int, ...] | torch.Size, bound: float, gen: torch.Gener
 def _linear(in_features: int, out_features: int) -> nn.Linear:
     # skip nn.Linear's own init: it draws from the global generator; labkit fills the weights from `gen`
     return nn.utils.skip_init(nn.Linear, in_features, out_features)
+
+
+def _load_from_torch(model: M, module: nn.RNNBase, readout: nn.Linear | None) -> M:
+    """Copy a one-layer torch module's ``*_l0`` weights (and a readout) into a labkit model."""
+    model.to(dtype=module.weight_hh_l0.dtype, device=module.weight_hh_l0.device)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(model, name).copy_(getattr(module, f"{name}_l0"))
+        if readout is not None:
+            model.readout.load_state_dict(readout.state_dict())
+    return model
+
+
+def _export_to_torch(model: ElmanRNN | LSTM, module: R) -> tuple[R, nn.Linear | None]:
+    """Copy a labkit model's weights into a fresh one-layer torch module; return it with a readout copy."""
+    module.to(dtype=model.weight_hh.dtype, device=model.weight_hh.device)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(module, f"{name}_l0").copy_(getattr(model, name))
+    return module, _copy_linear(model.readout)
 
 
 def _copy_linear(linear: nn.Linear | None) -> nn.Linear | None:
