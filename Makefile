@@ -12,7 +12,8 @@
 PYTHON          ?= python3
 TORCH_SPEC      ?= torch==2.13.0
 TORCH_INDEX_URL ?=
-PYTEST_ARGS     ?= -n auto
+# --dist loadgroup: the tests that share one build of the book run in one worker, so it is built once.
+PYTEST_ARGS     ?= -n auto --dist loadgroup
 SYSTEM_PACKAGES := chromium bubblewrap postgresql
 
 VENV  := .venv
@@ -21,7 +22,7 @@ PIP   := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps book test lab release bench lock clean distclean
+.PHONY: help venv system-deps book book-cache test lab release bench lock clean distclean
 
 help:
 	@echo "make book         build the book into _build/html (open _build/html/index.html)"
@@ -60,8 +61,25 @@ system-deps:
 		echo "Not installing system packages (needs root and apt-get):$$missing"; \
 	fi
 
-book: $(STAMP)
-	$(BIN)/jupyter-book build . -W -n --keep-going
+# --all re-reads every chapter (their executed outputs still come from the cache): Sphinx reports a
+# warning only while it reads a page, so an incremental build after a failed one would pass in silence.
+book: book-cache
+	$(BIN)/jupyter-book build . --all -W -n --keep-going
+
+# Jupyter Book reruns a chapter only when its code cells change (jupyter-cache keys on them alone), so
+# after a change to labkit it would show outputs of the old labkit. This empties the cache whenever
+# labkit's sources or the environment change: BOOK_CACHE_KEY holds a hash of labkit/*.py (names and
+# contents) and of the install stamp's time, which `make venv` renews on every (re)install.
+BOOK_CACHE     := _build/.jupyter_cache
+BOOK_CACHE_KEY := _build/.jupyter_cache.key
+LABKIT_SOURCES := $(sort $(wildcard labkit/*.py))
+
+book-cache: $(STAMP)
+	@key="$$( { sha256sum $(LABKIT_SOURCES); stat -c %Y $(STAMP); } | sha256sum )"; \
+	if [ "$$key" != "$$(cat $(BOOK_CACHE_KEY) 2>/dev/null)" ]; then \
+		if [ -d $(BOOK_CACHE) ]; then echo "labkit or the environment changed: re-executing every chapter"; fi; \
+		rm -rf $(BOOK_CACHE) && mkdir -p $(dir $(BOOK_CACHE_KEY)) && echo "$$key" > $(BOOK_CACHE_KEY); \
+	fi
 
 test: system-deps $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
