@@ -286,7 +286,7 @@ class ExplosionDetector:
 
     def _norm_growth(self, trace: Trace) -> list[Finding]:
         norms, steps = trace.grad_norm, trace.steps
-        ratio = self._ratio_to_running_median(norms)
+        ratio = self.ratio_to_running_median(norms)
         high = (ratio > self.spike_factor) | ~np.isfinite(norms)
         findings = []
         for start, stop in _runs(high):
@@ -311,7 +311,7 @@ class ExplosionDetector:
                                         f"{what} for {stop - start} step(s), then falls back", None, values))
         return findings
 
-    def _ratio_to_running_median(self, norms: np.ndarray) -> np.ndarray:
+    def ratio_to_running_median(self, norms: np.ndarray) -> np.ndarray:
         """‖g_t‖ / median(finite ‖g‖ over the ``window`` steps before t); NaN where that is undefined."""
         n = len(norms)
         ratio = np.full(n, np.nan)
@@ -363,7 +363,7 @@ class ExplosionDetector:
     def _profile(self, trace: Trace) -> list[Finding]:
         if trace.hidden_grad_norms is None:
             return []
-        spans = np.array([_profile_span(row) for row in trace.hidden_grad_norms])
+        spans = np.array([profile_span(row) for row in trace.hidden_grad_norms])
         usable = np.isfinite(spans)
         if not usable.any():
             return []
@@ -399,7 +399,7 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
-def _profile_span(profile: np.ndarray) -> float:
+def profile_span(profile: np.ndarray) -> float:
     """Decades gained from t = 1 to t = T by the least-squares line through log₁₀ of a profile; NaN if unusable."""
     t = np.arange(len(profile), dtype=float)
     keep = np.isfinite(profile)

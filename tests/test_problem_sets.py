@@ -3,7 +3,8 @@
 For each set in ``solutions/``: the committed release equals what ``nbgrader generate_assignment`` makes
 now and leaks no solution or hidden test; the solution scores full marks, twice (grading is
 deterministic); the untouched release scores zero; each plausible wrong answer of
-``tests/problem_sets/<set>.py`` loses points in the parts that should catch it.
+``tests/problem_sets/<set>.py`` loses points in the parts that should catch it, and each answer it lists as
+right in another way keeps full marks.
 """
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ def _cells(notebook: Path) -> list[dict]:
 def _wrong_answers(assignment: str) -> dict:
     module = importlib.import_module(f"tests.problem_sets.{assignment}")
     return module.WRONG_ANSWERS
+
+
+def _accepted_variants(assignment: str) -> dict[str, dict[str, str]]:
+    """Answers that are right in another way than the solution's (e.g. Algorithm 1 with `>` or with `≥`):
+    a set's module may list them as ``ACCEPTED_VARIANTS = {"<what differs>": {grade_id: source}}``."""
+    module = importlib.import_module(f"tests.problem_sets.{assignment}")
+    return getattr(module, "ACCEPTED_VARIANTS", {})
 
 
 def _with_cells_replaced(solution: Path, replacements: dict[str, str], target: Path) -> Path:
@@ -79,6 +87,10 @@ def test_grades_solution_release_and_wrong_answers(assignment: str, tmp_path: Pa
     for index, (name, answer) in enumerate(wrong.items()):
         student = f"wrong{index:02d}"
         submissions[student] = _with_cells_replaced(solution, answer.cells, tmp_path / student / solution.name)
+    variants = _accepted_variants(assignment)
+    for index, cells in enumerate(variants.values()):
+        student = f"variant{index:02d}"
+        submissions[student] = _with_cells_replaced(solution, cells, tmp_path / student / solution.name)
     scores = autograde(assignment, submissions)
 
     def total(student: str) -> tuple[float, float]:
@@ -96,3 +108,6 @@ def test_grades_solution_release_and_wrong_answers(assignment: str, tmp_path: Pa
         for grade_id in answer.loses:
             part = student[grade_id]
             assert part.score < part.max_score, f"{assignment}: wrong answer {name!r} keeps full marks on {grade_id}"
+    for index, name in enumerate(variants):
+        got = total(f"variant{index:02d}")
+        assert got == (best, best), f"{assignment}: the correct variant {name!r} scores {got}, not full marks"
