@@ -308,7 +308,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no parameters that require grad: there is nothing to train")
-    opt = _make_optimizer(optimizer, params, config)
+    opt = make_optimizer(optimizer, params, config)
 
     history = TrainingHistory(baseline=getattr(task, "baseline", None), config=config)
     batches = torch.Generator().manual_seed(config.seed)
@@ -401,8 +401,10 @@ def _hooks(callbacks: Iterable[object]) -> dict[str, list[Callable[..., None]]]:
             for name in CALLBACK_METHODS}
 
 
-def _make_optimizer(optimizer: torch.optim.Optimizer | OptimizerFactory | None, params: list[nn.Parameter],
-                    config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(optimizer: torch.optim.Optimizer | OptimizerFactory | None, params: list[nn.Parameter],
+                   config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``train`` uses: ``optimizer`` itself, the one its factory builds from ``params``, or (when
+    ``None``) the one ``config.optimizer`` names, with ``config``'s learning rate, momentum and weight decay."""
     if isinstance(optimizer, torch.optim.Optimizer):
         return optimizer
     if optimizer is not None:
