@@ -22,13 +22,15 @@ PIP   := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps book book-cache test lab release bench lock clean distclean
+.PHONY: help venv system-deps book book-cache test lab release grade bench lock clean distclean
 
 help:
 	@echo "make book         build the book into _build/html (open _build/html/index.html)"
 	@echo "make test         run all tests"
 	@echo "make lab          open JupyterLab on the problem sets in exercises/"
 	@echo "make release      regenerate the student problem sets in exercises/ from solutions/"
+	@echo "make grade ASSIGNMENT=ps01 SUBMISSIONS=<folder or zip>"
+	@echo "                  autograde a class in parallel and sandboxed; feedback and CSV in grades/<set>/"
 	@echo "make bench        run the benchmarks"
 	@echo "make clean        remove build outputs (keeps .venv)"
 	@echo "make distclean    also remove .venv"
@@ -91,6 +93,14 @@ lab: $(STAMP)
 
 release: $(STAMP)
 	$(BIN)/python -m course release
+
+# GRADE_ARGS passes more options, e.g. GRADE_ARGS="--db postgresql://... --workers 8";
+# `.venv/bin/python -m course grade --help` lists them. Installs bubblewrap (the sandbox) when root.
+grade: $(STAMP)
+	@test -n "$(ASSIGNMENT)" -a -n "$(SUBMISSIONS)" || \
+		{ echo "usage: make grade ASSIGNMENT=ps01 SUBMISSIONS=<folder or zip> [GRADE_ARGS=...]"; exit 2; }
+	@$(MAKE) --no-print-directory system-deps SYSTEM_PACKAGES=bubblewrap
+	$(BIN)/python -m course grade '$(ASSIGNMENT)' '$(SUBMISSIONS)' $(GRADE_ARGS)
 
 bench: $(STAMP)
 	@if [ -f benchmarks/run.py ]; then $(BIN)/python benchmarks/run.py; \

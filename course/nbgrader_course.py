@@ -1,9 +1,10 @@
-"""Drive nbgrader on a throw-away copy of the course directory.
+"""Release the problem sets with nbgrader, and grade a few notebooks for the tests.
 
 The repository holds the problem sets as nbgrader expects (``solutions/`` is the source directory,
-``exercises/`` the release directory, see ``nbgrader_config.py``). Releasing and grading run nbgrader in a
-temporary course directory so that gradebooks, submissions and autograded copies never land in the
-repository.
+``exercises/`` the release directory, see ``nbgrader_config.py``). Releasing runs nbgrader in a temporary
+course directory so that gradebooks never land in the repository. ``autograde`` grades a handful of
+notebooks through the class pipeline (``course.grade``: in parallel, each kernel sandboxed) in a
+temporary folder and returns the scores; ``python -m course grade`` is the instructor's version.
 """
 from __future__ import annotations
 
@@ -80,27 +81,26 @@ class PartScore:
 def autograde(assignment: str, submissions: Mapping[str, Path], root: Path = REPO_ROOT) -> dict[str, dict[str, PartScore]]:
     """Autograde each student's notebook for ``assignment``; return ``{student: {grade_id: PartScore}}``.
 
+    The students are graded in parallel, each in a sandboxed kernel, exactly as ``python -m course grade``
+    grades a class (``course.grade.grade_class``), in a temporary output folder.
+
     Args:
         assignment: the problem set's folder name, e.g. ``"ps01_gradient_descent"``.
         submissions: student id → path of the submitted notebook (named as in the release).
         root: the repository holding ``solutions/`` and ``nbgrader_config.py``.
+
+    Raises:
+        RuntimeError: when a notebook could not be graded at all (damaged, or it killed its kernel),
+            with the reason for each such student.
     """
-    from nbgrader.api import Gradebook
+    from course.grade import GradingConfig, grade_class
+    from course.results import FAILED
 
     with tempfile.TemporaryDirectory() as tmp:
-        course = _new_course_dir(assignment, Path(tmp), root)
-        _nbgrader(["generate_assignment", assignment, "--force"], course)
-        for student, notebook in submissions.items():
-            folder = course / "submitted" / student / assignment
-            folder.mkdir(parents=True)
-            shutil.copy(notebook, folder / Path(notebook).name)
-        _nbgrader(["autograde", assignment, "--force"], course)
-        scores: dict[str, dict[str, PartScore]] = {}
-        with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-            for student in submissions:
-                submission = gradebook.find_submission(assignment, student)
-                scores[student] = {
-                    grade.name: PartScore(grade.name, float(grade.score), float(grade.max_score))
-                    for notebook in submission.notebooks for grade in notebook.grades
-                }
-        return scores
+        result = grade_class(assignment, dict(submissions), output=Path(tmp) / "grades", root=root,
+                             config=GradingConfig(canary=False))
+    failures = {r.student: r.reason for r in result.results if r.status == FAILED}
+    if failures:
+        raise RuntimeError(f"could not grade {assignment} for {len(failures)} student(s): {failures}")
+    return {r.student: {p.grade_id: PartScore(p.grade_id, p.score or 0.0, p.max_score) for p in r.parts}
+            for r in result.results}
