@@ -102,9 +102,10 @@ grade: $(STAMP)
 	@$(MAKE) --no-print-directory system-deps SYSTEM_PACKAGES=bubblewrap
 	$(BIN)/python -m course grade '$(ASSIGNMENT)' '$(SUBMISSIONS)' $(GRADE_ARGS)
 
+# Writes benchmarks/results/latest.{json,md} and scaling.png; the book's appendix reads latest.json.
+# BENCH_ARGS passes options, e.g. BENCH_ARGS="--quick" or BENCH_ARGS="--only lstm scaling" (see --help).
 bench: $(STAMP)
-	@if [ -f benchmarks/run.py ]; then $(BIN)/python benchmarks/run.py; \
-	else echo "No benchmarks yet (benchmarks/run.py)."; fi
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 # Pins every installed package except labkit itself and the PyTorch build,
 # which TORCH_SPEC chooses.

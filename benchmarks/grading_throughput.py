@@ -27,7 +27,7 @@ def _load() -> str:
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def _grade(assignment: str, students: int, output: Path, workers: int) -> tuple[float, float]:
+def grade_and_time(assignment: str, students: int, output: Path, workers: int) -> tuple[float, float]:
     """Grade ``students`` copies of the solution; return (wall seconds, CPU seconds of grading them)."""
     solution = {p.stem: p for p in sorted((REPO_ROOT / "solutions" / assignment).glob("*.ipynb"))}
     submissions = {f"student{i:03d}": solution for i in range(students)}
@@ -46,11 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}; {assignment}, "
           f"{args.students} students; load average {_load()} at the start", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        fixed, _ = _grade(assignment, 1, Path(tmp) / "one", workers=1)
+        fixed, _ = grade_and_time(assignment, 1, Path(tmp) / "one", workers=1)
         print(f"a class of one: {fixed:.1f} s (the fixed cost of a run: release, gradebooks, one notebook)", flush=True)
         rows = []
         for workers in args.workers:
-            wall, cpu = _grade(assignment, args.students, Path(tmp) / f"workers-{workers}", workers)
+            wall, cpu = grade_and_time(assignment, args.students, Path(tmp) / f"workers-{workers}", workers)
             rows.append((workers, wall, cpu))
             print(f"  {workers} worker(s): {wall:.1f} s (load average {_load()})", flush=True)
     print(f"\n{'workers':>7} {'wall s':>8} {'s/notebook':>11} {'notebooks/min':>14} {'CPU s/notebook':>15} {'speed-up':>9}")

@@ -37,6 +37,7 @@ CONFIGS: dict[str, Callable[[nn.Module], GradientMonitor | None]] = {
     "+ spectrum every step": lambda model: GradientMonitor(model, spectral_every=1),
     "+ per-timestep ‖∂L/∂h_t‖": lambda model: GradientMonitor(model, per_timestep=True),
 }
+TARGETS = {"global norms only": 0.10, "+ per-timestep ‖∂L/∂h_t‖": 0.30}  # largest overhead per training step
 
 
 class Runner:
@@ -73,28 +74,41 @@ class Runner:
             self.step += 1
 
 
-def benchmark(name: str, model: nn.Module, task: SequenceTask, batch: int, blocks: int, block_steps: int) -> None:
+def benchmark(name: str, model: nn.Module, task: SequenceTask, batch: int, blocks: int,
+              block_steps: int) -> list[dict]:
+    """Time every configuration on one model; one row per configuration, overheads over "no monitor"."""
     x, y = task.sample(batch, torch.Generator().manual_seed(0))
     runners = {label: Runner(model, make) for label, make in CONFIGS.items()}
     for runner in runners.values():  # warm-up, not timed
         runner.run(3, x, y, task)
         for times in (runner.wall_times, runner.cpu_times, runner.monitor_times):
             times.clear()
-    for _ in range(blocks):
-        for runner in runners.values():
+    for round_ in range(blocks):  # the order flips every round, as in timing.interleaved
+        for runner in list(runners.values())[::1 if round_ % 2 == 0 else -1]:
             runner.run(block_steps, x, y, task)
 
     base = runners["no monitor"]
     base_wall, base_cpu = statistics.median(base.wall_times), statistics.median(base.cpu_times)
-    print(f"\n{name}: median step {1e3 * base_wall:.1f} ms wall, {1e3 * base_cpu:.1f} ms CPU without a monitor "
-          f"({blocks * block_steps} timed steps per configuration)")
-    print(f"  {'configuration':28s} {'wall (ms)':>10s} {'overhead':>9s} {'cpu (ms)':>10s} {'overhead':>9s} "
-          f"{'in monitor':>11s}")
+    rows = []
     for label, runner in runners.items():
         wall, cpu = statistics.median(runner.wall_times), statistics.median(runner.cpu_times)
-        inside = statistics.fmean(runner.monitor_times)
-        print(f"  {label:28s} {1e3 * wall:10.2f} {100 * (wall / base_wall - 1):+8.1f}% {1e3 * cpu:10.2f} "
-              f"{100 * (cpu / base_cpu - 1):+8.1f}% {100 * inside / base_wall:10.2f}%")
+        rows.append(dict(model=name, configuration=label, ms=1e3 * wall, cpu_ms=1e3 * cpu,
+                         overhead=wall / base_wall - 1, overhead_cpu=cpu / base_cpu - 1,
+                         in_monitor=statistics.fmean(runner.monitor_times) / base_wall,
+                         target=TARGETS.get(label), steps=blocks * block_steps))
+    return rows
+
+
+def measure(hidden: int = 128, batch: int = 64, seq_len: int = 100, blocks: int = 15,
+            block_steps: int = 4) -> list[dict]:
+    """Every configuration on the labkit LSTM and the Elman RNN (adding problem)."""
+    task = SequenceTask.adding(seq_len)
+    gen = torch.Generator().manual_seed(0)
+    models = {
+        "labkit LSTM": LSTM(2, hidden, 1, generator=gen),
+        "labkit ElmanRNN": ElmanRNN(2, hidden, 1, init="orthogonal", generator=gen),
+    }
+    return [row for name, model in models.items() for row in benchmark(name, model, task, batch, blocks, block_steps)]
 
 
 def main() -> None:
@@ -110,14 +124,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); H={args.hidden}, B={args.batch}, "
           f"T={args.seq_len}, CPU")
-    task = SequenceTask.adding(args.seq_len)
-    gen = torch.Generator().manual_seed(0)
-    models = {
-        "labkit LSTM": LSTM(2, args.hidden, 1, generator=gen),
-        "labkit ElmanRNN": ElmanRNN(2, args.hidden, 1, init="orthogonal", generator=gen),
-    }
-    for name, model in models.items():
-        benchmark(name, model, task, args.batch, args.blocks, args.block_steps)
+    rows = measure(args.hidden, args.batch, args.seq_len, args.blocks, args.block_steps)
+    for name in dict.fromkeys(row["model"] for row in rows):
+        print(f"\n{name} ({rows[0]['steps']} timed steps per configuration)")
+        print(f"  {'configuration':28s} {'wall (ms)':>10s} {'overhead':>9s} {'cpu (ms)':>10s} {'overhead':>9s} "
+              f"{'in monitor':>11s}")
+        for row in rows:
+            if row["model"] == name:
+                print(f"  {row['configuration']:28s} {row['ms']:10.2f} {100 * row['overhead']:+8.1f}% "
+                      f"{row['cpu_ms']:10.2f} {100 * row['overhead_cpu']:+8.1f}% {100 * row['in_monitor']:10.2f}%")
 
 
 if __name__ == "__main__":
