@@ -322,20 +322,41 @@ def test_autograde_helper_returns_part_scores(tmp_path: Path) -> None:
 # Nothing secret leaks
 
 
-def _secret_lines(source: Path) -> list[str]:
-    """Lines of solution and hidden-test regions that are not part of any other line of the source notebook."""
-    secret, public, inside = [], [], None
+def _labkit_lines() -> set[str]:
+    """Every line of labkit's source: students have the package installed, so none of it is secret."""
+    return {line.strip() for path in (REPO_ROOT / "labkit").glob("*.py") for line in path.read_text().splitlines()}
+
+
+def _secret_runs(source: Path) -> list[tuple[str, ...]]:
+    """Pairs of consecutive lines of a solution or hidden-test region that are secret: at least 25 characters
+    and found neither in the notebook's public cells nor in labkit's source.
+
+    A leak copies a region, so it shows as two secret lines in a row; one line alone (an import, a loop
+    header, a call every chapter makes) can be in a page by coincidence."""
+    public_lines = _labkit_lines()
+    public, regions, inside = [], [], False
     for cell in nbformat.read(source, as_version=4).cells:
         for line in cell.source.splitlines():
             text = line.strip()
             if re.search(r"BEGIN (SOLUTION|HIDDEN TESTS)", text):
                 inside = True
+                regions.append([])
             elif re.search(r"END (SOLUTION|HIDDEN TESTS)", text):
-                inside = None
+                inside = False
             elif text:
-                (secret if inside else public).append(text)
+                (regions[-1] if inside else public).append(text)
     everywhere_else = "\n".join(public)
-    return sorted({line for line in secret if len(line) >= 25 and line not in everywhere_else})
+
+    def secret(line: str) -> bool:
+        return len(line) >= 25 and line not in everywhere_else and line not in public_lines
+
+    return sorted({(a, b) for region in regions for a, b in zip(region, region[1:]) if secret(a) and secret(b)})
+
+
+def _leaked(source: Path, text: str) -> list[str]:
+    """The secret runs of ``source`` found in ``text`` (whose lines are compared stripped, blank ones left out)."""
+    lines = "\n".join(line.strip() for line in text.splitlines() if line.strip())
+    return [" / ".join(run) for run in _secret_runs(source) if "\n".join(run) in lines]
 
 
 def _sources() -> list[tuple[Path, Path]]:
@@ -349,8 +370,18 @@ def test_no_solution_or_hidden_test_leaks_into_the_release(source: Path, root: P
     released = root / "exercises" / source.parent.name / source.name
     assert released.exists(), f"{released} is missing: run `make release`"
     cells = "\n".join(c.source for c in nbformat.read(released, as_version=4).cells)
-    leaked = [line for line in _secret_lines(source) if line in cells]
+    assert _secret_runs(source), f"{source} has no secret lines to check"
+    leaked = _leaked(source, cells)
     assert not leaked, f"{released} contains lines of the solution or the hidden tests: {leaked[:3]}"
+
+
+def test_the_leak_check_finds_a_pasted_solution() -> None:
+    """A page that pastes one solution region into its text is caught, whatever the indentation."""
+    for source, _ in _sources():
+        runs = _secret_runs(source)
+        if runs:
+            page = "<p>Chapter text</p>\n<pre>    " + "\n\n    ".join(runs[0]) + "\n</pre>"
+            assert _leaked(source, page), f"the pasted lines of {source.name} were not found"
 
 
 @pytest.mark.xdist_group("book")  # the book is built once, by the worker that runs the book's tests
@@ -358,5 +389,5 @@ def test_no_solution_or_hidden_test_leaks_into_the_built_book(built_book) -> Non
     pages = [p for p in built_book.html_dir.rglob("*") if p.suffix in {".html", ".ipynb", ".txt", ".md", ".py"}]
     assert pages, f"no pages in {built_book.html_dir}"
     text = "\n".join(html.unescape(re.sub(r"<[^>]+>", "", p.read_text(errors="replace"))) for p in pages)
-    leaked = {source.name: [line for line in _secret_lines(source) if line in text] for source, _ in _sources()}
+    leaked = {source.name: _leaked(source, text) for source, _ in _sources()}
     assert not any(leaked.values()), f"the built book contains solution or hidden-test lines: {leaked}"
