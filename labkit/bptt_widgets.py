@@ -19,7 +19,6 @@ from functools import lru_cache
 import ipywidgets as widgets
 import numpy as np
 import torch
-from IPython.display import display
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
@@ -28,6 +27,7 @@ from labkit import plots
 from labkit._checks import positive_float, positive_int
 from labkit.bptt import elman_bptt, elman_truncated_bptt
 from labkit.models import ElmanRNN
+from labkit.widgets import show_figure
 
 SEQ_LEN = 48
 CHUNK_LEN = 8  # default k of the explorer
@@ -184,9 +184,7 @@ class TruncationExplorer(widgets.VBox):
         rho = self.rho_slider.value
         self.study = truncation_study(self.chunk_slider.value, rho, seed=self.seed)
         self.error_curve = truncation_error_curve(rho, seed=self.seed)
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(self.figure())
+        show_figure(self.output, self.figure())
 
     def figure(self) -> Figure:
         """The current plot as a matplotlib figure."""

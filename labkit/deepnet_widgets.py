@@ -14,11 +14,11 @@ from collections.abc import Mapping
 
 import ipywidgets as widgets
 import numpy as np
-from IPython.display import display
 from matplotlib.figure import Figure
 
 from labkit import deepnets, plots
 from labkit._checks import one_of, positive_float, positive_int
+from labkit.widgets import show_figure
 
 ACTIVATION = "tanh"
 INIT = "standard"
@@ -156,9 +156,7 @@ class DepthExplorer(widgets.VBox):
     def _update(self, change: dict | None = None) -> None:
         self.profile, self.predicted = depth_data(self.activation_menu.value, self.init_menu.value,
                                                   self.depth_slider.value, self.gain_slider.value)
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(self.figure())
+        show_figure(self.output, self.figure())
 
     def figure(self) -> Figure:
         """The current plot as a matplotlib figure."""

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import ipywidgets as widgets
 import numpy as np
 import torch
-from IPython.display import display
 from matplotlib.figure import Figure
 
 from labkit import plots
@@ -31,6 +30,7 @@ from labkit.monitor import GradientMonitor, MonitorHistory
 from labkit.tasks import SequenceTask
 from labkit.traces import scaled_task
 from labkit.train import train
+from labkit.widgets import show_figure
 
 RHO = 2.0
 LR = 0.1
@@ -178,9 +178,7 @@ class DetectionExplorer(widgets.VBox):
         self._redraw()
 
     def _redraw(self, change: dict | None = None) -> None:
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(self.figure())
+        show_figure(self.output, self.figure())
 
     def figure(self) -> Figure:
         """The current plot as a matplotlib figure."""

@@ -13,13 +13,13 @@ from functools import lru_cache
 
 import ipywidgets as widgets
 import numpy as np
-from IPython.display import display
 from matplotlib.figure import Figure
 
 from labkit import plots
 from labkit._checks import positive_int
 from labkit.field_guide import FIX_LABELS, FIXES, TARGET_LOSS, RunSettings, apply_fixes, run, summarize
 from labkit.train import TrainingHistory
+from labkit.widgets import show_figure
 
 ALL_FIXES = tuple(FIXES)
 
@@ -114,9 +114,7 @@ class FixExplorer(widgets.VBox):
         return tuple(name for name, box in self.checkboxes.items() if box.value)
 
     def _update(self, change: dict | None = None) -> None:
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(self.figure())
+        show_figure(self.output, self.figure())
 
     def figure(self) -> Figure:
         """The current plot as a matplotlib figure."""

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import numpy as np
 import torch
-from IPython.display import display
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
@@ -25,6 +24,7 @@ from numpy.typing import ArrayLike
 from labkit import plots
 from labkit._checks import positive_float, positive_int
 from labkit.quadratic import DescentRun, Quadratic, gradient_descent, rotation_2d
+from labkit.widgets import show_figure
 
 DEMO_LAMBDA_MAX = 10.0  # so the critical learning rate 2/λ_max is 0.2
 DEMO_CONDITION = 10.0  # κ = λ_max/λ_min
@@ -239,7 +239,7 @@ class LearningRateExplorer(widgets.VBox):
     def _update(self, change: dict | None = None) -> None:
         self.quadratic = demo_quadratic(self.condition_slider.value)
         self.run = demo_run(self.quadratic, self.lr_slider.value, self.steps)
-        _show(self.output, self.figure())
+        show_figure(self.output, self.figure())
 
     def figure(self) -> Figure:
         """The current plot as a matplotlib figure."""
@@ -258,9 +258,3 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     fig, axes = plots.course_subplots(figsize=figsize)
     return fig, axes[0, 0]
 
-
-def _show(output: widgets.Output, fig: Figure) -> None:
-    """Replace what ``output`` shows with ``fig``."""
-    with output:
-        output.clear_output(wait=True)
-        display(fig)

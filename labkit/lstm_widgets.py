@@ -14,11 +14,11 @@ from functools import lru_cache
 
 import ipywidgets as widgets
 import numpy as np
-from IPython.display import display
 from matplotlib.figure import Figure
 
 from labkit import plots
 from labkit.rnn_vs_lstm import GradientReach, gradient_reach
+from labkit.widgets import show_figure
 
 FORGET_BIAS = 1.0  # the explorer's default, the common choice
 FORGET_BIAS_RANGE = (-2.0, 6.0)
@@ -72,9 +72,7 @@ class ForgetBiasExplorer(widgets.VBox):
         self._update()
 
     def _update(self, change: dict | None = None) -> None:
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(self.figure())
+        show_figure(self.output, self.figure())
 
     def figure(self) -> Figure:
         """The current plot as a matplotlib figure."""

@@ -16,12 +16,12 @@ import math
 from functools import lru_cache
 
 import ipywidgets as widgets
-from IPython.display import display
 from matplotlib.figure import Figure
 
 from labkit import plots
 from labkit.clip_study import ExplodingRNN
 from labkit.regularization_study import RegularizedRun, plot_singular_value_trajectories, regularized_run
+from labkit.widgets import show_figure
 
 SETUP = ExplodingRNN(seq_len=10, hidden_size=16, batch_size=32, steps=300)
 CLIP_NORM = 1.0
@@ -90,9 +90,7 @@ class StrengthExplorer(widgets.VBox):
         self._update()
 
     def _update(self, change: dict | None = None) -> None:
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(self.figure())
+        show_figure(self.output, self.figure())
 
     def figure(self) -> Figure:
         """The current plot as a matplotlib figure."""

@@ -104,7 +104,7 @@ class RecurrentWeightExplorer(widgets.VBox):
 
     def _update(self, change: dict | None = None) -> None:
         self.profile = gradient_profile(self.rho_slider.value, seed=self.seed)
-        _show(self.output, self.figure())
+        show_figure(self.output, self.figure())
 
     def figure(self) -> Figure:
         """The current plot as a matplotlib figure."""
@@ -188,7 +188,7 @@ class CliffExplorer(widgets.VBox):
         lr, tau = self.lr_slider.value, self.clip_slider.value
         self.unclipped = _descent(self.start, lr, None, self.steps)
         self.clipped = _descent(self.start, lr, tau, self.steps)
-        _show(self.output, self.figure())
+        show_figure(self.output, self.figure())
 
     def figure(self) -> Figure:
         """The current plot as a matplotlib figure."""
@@ -274,11 +274,12 @@ class TrainingDashboard(widgets.VBox):
 
     def _draw(self) -> None:
         self.drawn_at.append(len(self.history["step"]))
-        _show(self.output, self.figure())
+        show_figure(self.output, self.figure())
 
 
-def _show(output: widgets.Output, fig: Figure) -> None:
-    """Replace what ``output`` shows with ``fig`` (wait=True: no flicker while the new one renders)."""
+def show_figure(output: widgets.Output, fig: Figure) -> None:
+    """Replace what ``output`` shows with ``fig`` (wait=True: no flicker while the new one renders); every
+    explorer of the course redraws through it."""
     with output:
         output.clear_output(wait=True)
         display(fig)
