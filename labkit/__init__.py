@@ -6,6 +6,7 @@ One idea per module, each small enough to read in one sitting:
 - ``labkit.tasks``: the adding problem, copy task and temporal order, with their memoryless baselines.
 - ``labkit.models``: ScalarRNN, ElmanRNN and LSTM written out step by step, convertible to ``torch.nn``.
 - ``labkit.bptt``: backpropagation through time by hand, with per-timestep gradient norms.
+- ``labkit.fused_lstm``: the LSTM's hand-written backward through time as one autograd node (what it trains with).
 - ``labkit.train``: one training loop with pluggable clipping, penalties and callbacks.
 - ``labkit.monitor`` / ``labkit.detector``: record gradient signals; diagnose exploding or vanishing.
 - ``labkit.fixes``: clipping and weight penalties.

@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from labkit._checks import positive_int, sequence_batch
+from labkit.fused_lstm import LSTMTrace, lstm_steps, lstm_steps_backward
 from labkit.models import ACTIVATIONS, LSTM, ElmanRNN
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -92,6 +93,8 @@ class LSTMCache:
         cells: c_1..c_T, (B, T, H).
         hidden: h_1..h_T, (B, T, H).
         outputs: y_1..y_T, (B, T, O); the same tensor as ``hidden`` when the model has no readout.
+        trace: the same tensors time-major, as :func:`labkit.fused_lstm.lstm_steps` keeps them;
+            ``gates``, ``cells`` and ``hidden`` are views of it.
     """
 
     x: Tensor
@@ -101,6 +104,7 @@ class LSTMCache:
     cells: Tensor
     hidden: Tensor
     outputs: Tensor
+    trace: LSTMTrace
 
     @property
     def final_state(self) -> tuple[Tensor, Tensor]:
@@ -329,40 +333,36 @@ def _jacobian_norms(W_hh: Tensor, sigma_prime: Tensor) -> Tensor:
 def lstm_forward(model: LSTM, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> LSTMCache:
     """Run the LSTM over ``x`` (B, T, I) from ``state`` = (h_0, c_0) (zeros when omitted), caching for backward.
 
+    The steps are :func:`labkit.fused_lstm.lstm_steps`, the same code the model runs.
+
     Returns:
         An :class:`LSTMCache`; its ``outputs`` equal ``model(x, state).outputs``.
     """
     _check_model(model, LSTM)
     _check_inputs(model, x)
-    B, T, H = x.shape[0], x.shape[1], model.hidden_size
+    B, H = x.shape[0], model.hidden_size
     if state is None:
-        h = c = x.new_zeros(B, H)
+        h0 = c0 = x.new_zeros(B, H)
     else:
         if not isinstance(state, (tuple, list)) or len(state) != 2:
             raise TypeError(f"state must be a pair (h_0, c_0) of tensors of shape {(B, H)}, "
                             f"got {type(state).__name__}")
-        h = _check_tensor(state[0], "h_0", (B, H), x.dtype).detach()
-        c = _check_tensor(state[1], "c_0", (B, H), x.dtype).detach()
-    h0, c0 = h, c
-    x_proj = x @ model.weight_ih.T + (model.bias_ih + model.bias_hh)  # (B, T, 4H)
-    gates = x.new_empty(B, T, 4 * H)
-    cells = x.new_empty(B, T, H)
-    hidden = x.new_empty(B, T, H)
-    for t, x_t in enumerate(x_proj.unbind(1)):
-        z_i, z_f, z_g, z_o = (x_t + h @ model.weight_hh.T).chunk(4, dim=1)  # (B, H) each
-        i, f, g, o = torch.sigmoid(z_i), torch.sigmoid(z_f), torch.tanh(z_g), torch.sigmoid(z_o)
-        c = f * c + i * g  # (B, H)
-        h = o * torch.tanh(c)  # (B, H)
-        gates[:, t] = torch.cat([i, f, g, o], dim=1)
-        cells[:, t] = c
-        hidden[:, t] = h
+        h0 = _check_tensor(state[0], "h_0", (B, H), x.dtype).detach()
+        c0 = _check_tensor(state[1], "c_0", (B, H), x.dtype).detach()
+    trace = lstm_steps(x.detach().transpose(0, 1), h0, c0, model.weight_ih, model.weight_hh,
+                       model.bias_ih, model.bias_hh)
+    hidden = trace.hidden.transpose(0, 1)  # (B, T, H)
     outputs = model.readout(hidden) if model.readout is not None else hidden  # (B, T, O)
-    return LSTMCache(x.detach(), h0, c0, gates, cells, hidden, outputs)
+    return LSTMCache(x.detach(), h0, c0, trace.gates.transpose(0, 1), trace.cells.transpose(0, 1), hidden,
+                     outputs, trace)
 
 
 @torch.no_grad()
 def lstm_backward(model: LSTM, cache: LSTMCache, grad_outputs: Tensor) -> BPTTResult:
     """Backpropagate ``grad_outputs`` = ∂L/∂y through the LSTM, by the recursions in the module docstring.
+
+    The recursion itself is :func:`labkit.fused_lstm.lstm_steps_backward`, the code the model trains with;
+    this adds the readout and the norms of the totals δh_t and δc_t.
 
     Args:
         model: the LSTM that produced ``cache``.
@@ -376,43 +376,18 @@ def lstm_backward(model: LSTM, cache: LSTMCache, grad_outputs: Tensor) -> BPTTRe
     _check_model(model, LSTM)
     _check_cache(model, cache, LSTMCache)
     _check_tensor(grad_outputs, "grad_outputs", tuple(cache.outputs.shape), cache.outputs.dtype)
-    B, T, H = cache.hidden.shape
     grad_direct, grads = _readout_backward(model, cache.hidden, grad_outputs)  # W_hyᵀ ∂L/∂y_t, (B, T, H)
-    i, f, g, o = (gate.unbind(1) for gate in cache.gates.chunk(4, dim=2))  # T tensors (B, H) each
-    direct = grad_direct.unbind(1)
-    tanh_c = cache.cells.tanh().unbind(1)
-    c_prev = torch.cat([cache.c0.unsqueeze(1), cache.cells[:, :-1]], dim=1).unbind(1)  # c_0..c_{T-1}
-
-    grad_hidden = cache.hidden.new_empty(B, T, H)  # δh_t
-    grad_cells = cache.hidden.new_empty(B, T, H)  # δc_t
-    grad_z = cache.hidden.new_empty(B, T, 4 * H)  # ∂L/∂z_t
-    h_from_future = cache.hidden.new_zeros(B, H)  # W_hhᵀ ∂L/∂z_{t+1}
-    c_from_future = cache.hidden.new_zeros(B, H)  # f_{t+1} ⊙ δc_{t+1}
-    for t in reversed(range(T)):
-        dh = direct[t] + h_from_future  # δh_t, (B, H)
-        dc = dh * o[t] * (1.0 - tanh_c[t] ** 2) + c_from_future  # δc_t, (B, H)
-        dz = torch.cat([
-            dc * g[t] * i[t] * (1.0 - i[t]),  # input gate
-            dc * c_prev[t] * f[t] * (1.0 - f[t]),  # forget gate
-            dc * i[t] * (1.0 - g[t] ** 2),  # candidate
-            dh * tanh_c[t] * o[t] * (1.0 - o[t]),  # output gate
-        ], dim=1)  # ∂L/∂z_t, (B, 4H)
-        h_from_future = dz @ model.weight_hh  # (B, H)
-        c_from_future = f[t] * dc  # (B, H)
-        grad_hidden[:, t] = dh
-        grad_cells[:, t] = dc
-        grad_z[:, t] = dz
-
-    h_prev = torch.cat([cache.h0.unsqueeze(1), cache.hidden[:, :-1]], dim=1)  # h_0..h_{T-1}, (B, T, H)
-    grads.update(_input_and_recurrent_grads(grad_z, cache.x, h_prev))
+    lstm = lstm_steps_backward(cache.trace, model.weight_ih, model.weight_hh, grad_direct.transpose(0, 1),
+                               need_grad_x=False)
+    grads.update(weight_ih=lstm.weight_ih, weight_hh=lstm.weight_hh, bias_ih=lstm.bias, bias_hh=lstm.bias.clone())
     return BPTTResult(
         grads=_in_parameter_order(model, grads),
-        grad_h0=h_from_future,
-        hidden_grad_norms=torch.linalg.vector_norm(grad_hidden, dim=(0, 2)),  # (T,)
+        grad_h0=lstm.h0,
+        hidden_grad_norms=torch.linalg.vector_norm(lstm.hidden, dim=(1, 2)),  # ‖δh_t‖, (T,)
         jacobian_norms=None,
         final_state=cache.final_state,
-        cell_grad_norms=torch.linalg.vector_norm(grad_cells, dim=(0, 2)),  # (T,)
-        grad_c0=c_from_future,
+        cell_grad_norms=torch.linalg.vector_norm(lstm.cells, dim=(1, 2)),  # ‖δc_t‖, (T,)
+        grad_c0=lstm.c0,
     )
 
 

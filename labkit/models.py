@@ -3,7 +3,8 @@
 - :class:`ScalarRNN`: the one-unit model of Pascanu, Mikolov & Bengio (2013, eq. 8),
   ``x_t = w·σ(x_{t-1}) + b``, vectorised over a grid of ``(w, b)`` so a whole loss surface is one call.
 - :class:`ElmanRNN`: ``h_t = σ(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, ``y_t = W_hy h_t + b_hy``.
-- :class:`LSTM`: the LSTM with fused gates in torch's order (i, f, g, o) and a forget-gate bias.
+- :class:`LSTM`: the LSTM with fused gates in torch's order (i, f, g, o) and a forget-gate bias; it trains
+  through the backward pass written by hand in :mod:`labkit.fused_lstm`.
 
 Both sequence models take ``x`` of shape (B, T, I) and return a :class:`RecurrentOutput`
 ``(outputs, hidden, state)``. They hold their weights under ``torch.nn.RNN`` / ``torch.nn.LSTM``'s names
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from labkit._checks import one_of, positive_float, positive_int, sequence_batch
+from labkit.fused_lstm import lstm_sequence
 
 ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}
 ELMAN_INITS = ("default", "gaussian", "orthogonal")
@@ -246,15 +248,32 @@ class LSTM(nn.Module):
 
     def forward(self, x: torch.Tensor,
                 state: tuple[torch.Tensor, torch.Tensor] | None = None) -> RecurrentOutput:
-        """Run the LSTM over ``x`` (B, T, I) from ``state`` (h_0, c_0), zeros when omitted."""
+        """Run the LSTM over ``x`` (B, T, I) from ``state`` (h_0, c_0), zeros when omitted.
+
+        The gradient is the backward pass through time written by hand (:mod:`labkit.fused_lstm`), which is
+        what makes this model nearly as fast as ``torch.nn.LSTM``. With ``record_hidden_grads`` on it runs
+        :meth:`forward_by_autograd` instead, which keeps every h_t for autograd.
+        """
         sequence_batch(x, "x", self.input_size)
-        B, H = x.shape[0], self.hidden_size
-        if state is None:
-            h = c = x.new_zeros(B, H)
-        else:
-            h, c = _check_lstm_state(state, B, H)
+        h, c = self._initial_state(state, x)
+        if self.record_hidden_grads:
+            return self.forward_by_autograd(x, (h, c))
+        self.hidden_steps = []
+        hidden, h, c = lstm_sequence(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        outputs = self.readout(hidden) if self.readout is not None else hidden
+        return RecurrentOutput(outputs, hidden, (h, c))
+
+    def forward_by_autograd(self, x: torch.Tensor,
+                            state: tuple[torch.Tensor, torch.Tensor] | None = None) -> RecurrentOutput:
+        """The same function as :meth:`forward`, one step at a time, for autograd to differentiate.
+
+        Slower to train than :meth:`forward`, but every h_t is a node of the graph: ``record_hidden_grads``
+        keeps them in ``hidden_steps``, and second derivatives (``create_graph=True``) work.
+        """
+        sequence_batch(x, "x", self.input_size)
+        h, c = self._initial_state(state, x)
         # every step's input projection at once; W_ihᵀ is made contiguous because, for a transposed view, the
-        # CPU backward pass of this tall, thin product takes a path ~10x slower (a third of the LSTM's time)
+        # CPU backward pass of this tall, thin product takes a path ~10x slower
         x_proj = x @ self.weight_ih.T.contiguous() + (self.bias_ih + self.bias_hh)  # (B, T, 4H)
         self.hidden_steps = []
         for x_t in x_proj.unbind(1):
@@ -270,6 +289,14 @@ class LSTM(nn.Module):
             self.hidden_steps = []
         outputs = self.readout(hidden) if self.readout is not None else hidden
         return RecurrentOutput(outputs, hidden, (h, c))
+
+    def _initial_state(self, state: tuple[torch.Tensor, torch.Tensor] | None,
+                       x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, H = x.shape[0], self.hidden_size
+        if state is None:
+            zeros = x.new_zeros(B, H)
+            return zeros, zeros
+        return _check_lstm_state(state, B, H)
 
     def hidden_grad_norms(self) -> torch.Tensor:
         """‖∂L/∂h_t‖ for t = 1..T after ``backward()`` (needs ``record_hidden_grads = True``), shape (T,)."""
