@@ -204,10 +204,13 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 
 def _lstm_table(section: dict) -> list[str]:
+    def autograd(r: dict) -> str:  # results written before the column existed have no autograd time
+        return f"{r['autograd_ms']:.1f} ({r['autograd_ratio']:.2f}×)" if "autograd_ms" in r else "not measured"
+
     return _table(["shape", "device", "torch.nn.LSTM ms", "labkit ms", "labkit / torch", "CPU ms (torch, labkit)",
-                   "labkit / torch (CPU)"],
+                   "labkit / torch (CPU)", "autograd of the loop ms (/ torch)"],
                   [[r["shape"], r["device"], f"{r['torch_ms']:.1f}", f"{r['labkit_ms']:.1f}", f"{r['ratio']:.2f}×",
-                    f"{r['torch_cpu_ms']:.1f}, {r['labkit_cpu_ms']:.1f}", f"{r['ratio_cpu']:.2f}×"]
+                    f"{r['torch_cpu_ms']:.1f}, {r['labkit_cpu_ms']:.1f}", f"{r['ratio_cpu']:.2f}×", autograd(r)]
                    for r in section["rows"]])
 
 
@@ -254,9 +257,9 @@ def _problem_sets_table(section: dict) -> list[str]:
 
 
 def _grading_table(section: dict) -> list[str]:
-    return _table(["workers", "seconds", "s / notebook", "notebooks / min", "CPU s"],
+    return _table(["workers", "seconds", "s / notebook", "notebooks / min", "CPU s / notebook (kernels included)"],
                   [[r["workers"], f"{r['seconds']:.1f}", f"{r['per_notebook_s']:.2f}", f"{r['notebooks_per_min']:.1f}",
-                    f"{r['cpu_seconds']:.1f}"] for r in section["rows"]]) + \
+                    f"{r['cpu_seconds'] / section['students']:.2f}"] for r in section["rows"]]) + \
         ["", f"{section['students']} copies of the {section['assignment']} solution; parallel / serial "
              f"throughput {section['speedup']:.2f}×."]
 

@@ -82,7 +82,9 @@ def install_kernelspec(jupyter_dir: Path, limits: Limits, sandbox: bool) -> Path
 
 def _bwrap_prefix(bwrap: str, writable: list[Path]) -> list[str]:
     """bwrap's arguments up to the command: namespaces, a read-only system and the given folders."""
-    args = [bwrap, "--die-with-parent", "--unshare-all", "--uid", _NOBODY, "--gid", _NOBODY,
+    # --as-pid-1: the command is the namespace's first process, with no reaper of bwrap's in between; that reaper
+    # is never waited for, so the CPU time of everything inside would be missing from the grader's accounting
+    args = [bwrap, "--die-with-parent", "--unshare-all", "--as-pid-1", "--uid", _NOBODY, "--gid", _NOBODY,
             "--cap-drop", "ALL", "--hostname", "grading", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for path in _SYSTEM_DIRS:
         if os.path.islink(path):

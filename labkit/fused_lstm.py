@@ -22,6 +22,7 @@ float64, and ``benchmarks/lstm_vs_torch.py`` measures the speed against ``torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -163,8 +164,10 @@ class _LSTMSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor, weight_hh: Tensor,
-                bias_ih: Tensor, bias_hh: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                bias_ih: Tensor, bias_hh: Tensor,
+                on_hidden_grads: Callable[[Tensor], None] | None) -> tuple[Tensor, Tensor, Tensor]:
         trace = lstm_steps(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh)
+        ctx.on_hidden_grads = on_hidden_grads
         ctx.save_for_backward(trace.x, h0, c0, weight_ih, weight_hh, trace.gates, trace.cells,
                               trace.tanh_cells, trace.hidden)
         return trace.hidden, trace.hidden[-1].clone(), trace.cells[-1].clone()
@@ -177,16 +180,23 @@ class _LSTMSequence(torch.autograd.Function):
         trace = LSTMTrace(x, h0, c0, gates, cells, tanh_cells, hidden)
         grads = lstm_steps_backward(trace, weight_ih, weight_hh, grad_hidden, grad_h_last, grad_c_last,
                                     need_grad_x=ctx.needs_input_grad[0])
-        return grads.x, grads.h0, grads.c0, grads.weight_ih, grads.weight_hh, grads.bias, grads.bias.clone()
+        if ctx.on_hidden_grads is not None:
+            ctx.on_hidden_grads(grads.hidden)
+        return grads.x, grads.h0, grads.c0, grads.weight_ih, grads.weight_hh, grads.bias, grads.bias.clone(), None
 
 
 def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor,
-                  bias_hh: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                  bias_hh: Tensor, *,
+                  on_hidden_grads: Callable[[Tensor], None] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The LSTM over a batch-first ``x`` (B, T, I): hidden states (B, T, H), h_T and c_T, differentiable.
 
     The gradient comes from :func:`lstm_steps_backward`; it is differentiable once (no ``create_graph``
     through it: use :meth:`labkit.models.LSTM.forward_by_autograd` for second derivatives).
+
+    Args:
+        on_hidden_grads: called by the backward pass with the totals ∂L/∂h_t, (T, B, H), which it computes
+            anyway (the gradient monitor's per-timestep profile).
     """
     hidden, h_last, c_last = _LSTMSequence.apply(x.transpose(0, 1), h0, c0, weight_ih, weight_hh,
-                                                 bias_ih, bias_hh)
+                                                 bias_ih, bias_hh, on_hidden_grads)
     return hidden.transpose(0, 1), h_last, c_last

@@ -177,6 +177,10 @@ class ElmanRNN(nn.Module):
         """
         return _hidden_grad_norms(self)
 
+    def has_hidden_grads(self) -> bool:
+        """Whether :meth:`hidden_grad_norms` has something to return: recorded, and backward has run."""
+        return _retained_hidden_grads(self)
+
     @classmethod
     def from_torch(cls, rnn: nn.RNN, readout: nn.Linear | None = None) -> "ElmanRNN":
         """Build an ElmanRNN holding exactly the weights of a one-layer ``torch.nn.RNN`` (and a readout)."""
@@ -214,7 +218,9 @@ class LSTM(nn.Module):
         generator: the source of randomness for the initial weights.
 
     Attributes:
-        record_hidden_grads: as for :class:`ElmanRNN`.
+        record_hidden_grads: when True, the backward pass records ‖∂L/∂h_t‖ for :meth:`hidden_grad_norms`.
+            The hand-written backward computes every ∂L/∂h_t anyway, so this costs one norm per step;
+            :meth:`forward_by_autograd` instead keeps each h_t in ``hidden_steps`` with ``retain_grad()``.
     """
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int | None = None, *,
@@ -245,21 +251,21 @@ class LSTM(nn.Module):
                 self.readout.bias.copy_(_uniform(self.readout.bias.shape, bound, gen))
         self.record_hidden_grads = False
         self.hidden_steps: list[torch.Tensor] = []
+        self._recorded_grad_norms: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor,
                 state: tuple[torch.Tensor, torch.Tensor] | None = None) -> RecurrentOutput:
         """Run the LSTM over ``x`` (B, T, I) from ``state`` (h_0, c_0), zeros when omitted.
 
         The gradient is the backward pass through time written by hand (:mod:`labkit.fused_lstm`), which is
-        what makes this model nearly as fast as ``torch.nn.LSTM``. With ``record_hidden_grads`` on it runs
-        :meth:`forward_by_autograd` instead, which keeps every h_t for autograd.
+        what makes this model nearly as fast as ``torch.nn.LSTM``.
         """
         sequence_batch(x, "x", self.input_size)
         h, c = self._initial_state(state, x)
-        if self.record_hidden_grads:
-            return self.forward_by_autograd(x, (h, c))
-        self.hidden_steps = []
-        hidden, h, c = lstm_sequence(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        self.hidden_steps, self._recorded_grad_norms = [], None
+        record = self._record_grad_norms if self.record_hidden_grads else None
+        hidden, h, c = lstm_sequence(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+                                     on_hidden_grads=record)
         outputs = self.readout(hidden) if self.readout is not None else hidden
         return RecurrentOutput(outputs, hidden, (h, c))
 
@@ -272,6 +278,7 @@ class LSTM(nn.Module):
         """
         sequence_batch(x, "x", self.input_size)
         h, c = self._initial_state(state, x)
+        self._recorded_grad_norms = None
         # every step's input projection at once; W_ihᵀ is made contiguous because, for a transposed view, the
         # CPU backward pass of this tall, thin product takes a path ~10x slower
         x_proj = x @ self.weight_ih.T.contiguous() + (self.bias_ih + self.bias_hh)  # (B, T, 4H)
@@ -300,7 +307,17 @@ class LSTM(nn.Module):
 
     def hidden_grad_norms(self) -> torch.Tensor:
         """‖∂L/∂h_t‖ for t = 1..T after ``backward()`` (needs ``record_hidden_grads = True``), shape (T,)."""
+        if self._recorded_grad_norms is not None:
+            return self._recorded_grad_norms
         return _hidden_grad_norms(self)
+
+    def has_hidden_grads(self) -> bool:
+        """Whether :meth:`hidden_grad_norms` has something to return: recorded, and backward has run."""
+        return self._recorded_grad_norms is not None or _retained_hidden_grads(self)
+
+    def _record_grad_norms(self, grad_hidden: torch.Tensor) -> None:
+        """Called by the backward pass with every ∂L/∂h_t, (T, B, H): keep their norms."""
+        self._recorded_grad_norms = torch.linalg.vector_norm(grad_hidden, dim=(1, 2))
 
     @classmethod
     def from_torch(cls, lstm: nn.LSTM, readout: nn.Linear | None = None) -> "LSTM":
@@ -385,6 +402,10 @@ def _check_lstm_state(state: object, batch: int, hidden: int) -> tuple[torch.Ten
             or not all(isinstance(s, torch.Tensor) and tuple(s.shape) == expected for s in state)):
         raise ValueError(f"state must be a pair (h_0, c_0) of tensors of shape {expected}")
     return state[0], state[1]
+
+
+def _retained_hidden_grads(model: ElmanRNN | LSTM) -> bool:
+    return bool(model.record_hidden_grads and model.hidden_steps and model.hidden_steps[0].grad is not None)
 
 
 def _hidden_grad_norms(model: ElmanRNN | LSTM) -> torch.Tensor:

@@ -126,10 +126,10 @@ class GradientMonitor:
         per_parameter: also keep each parameter's series (``history.param_grad_norm`` etc.), not
             only the global ones. The cost is the same; the history is smaller without.
         per_timestep: record ‖∂L/∂h_t‖ for t = 1..T. Only labkit's :class:`~labkit.models.ElmanRNN` and
-            :class:`~labkit.models.LSTM` (as the model or a submodule; the first one found) can do this:
-            they keep every h_t with ``retain_grad()`` while ``record_hidden_grads`` is on (the monitor
-            turns it on for the forward passes of the recorded steps only, and :meth:`detach` restores
-            it). ``torch.nn``'s fused RNN kernels never materialise h_t for autograd, so for them (or
+            :class:`~labkit.models.LSTM` (as the model or a submodule; the first one found) can do this,
+            while ``record_hidden_grads`` is on: the Elman RNN keeps every h_t with ``retain_grad()``, the
+            LSTM's hand-written backward pass records the norms it computes anyway (the monitor turns the
+            flag on for the forward passes of the recorded steps only, and :meth:`detach` restores it). ``torch.nn``'s fused RNN kernels never materialise h_t for autograd, so for them (or
             an MLP) it is unavailable and asking for it raises ``ValueError``.
         recurrent_weight: the parameter whose spectral radius ρ and largest singular value λ₁ are
             tracked: ``"auto"`` takes the first parameter named ``weight_hh`` (labkit) or
@@ -268,8 +268,7 @@ class GradientMonitor:
 
     def _record_profile(self, step: int) -> None:
         module = self._hidden_module
-        hidden = module.hidden_steps
-        if module.record_hidden_grads and hidden and hidden[0].grad is not None:
+        if module.has_hidden_grads():
             self._profiles.append(module.hidden_grad_norms())  # (T,)
             self._timestep_steps.append(step)
 
@@ -383,7 +382,7 @@ def _find_recurrent_weight(model: nn.Module, choice: str | None) -> str | None:
 def _find_hidden_recorder(model: nn.Module) -> nn.Module:
     """The first submodule that can record ‖∂L/∂h_t‖ (labkit's ElmanRNN and LSTM)."""
     for module in model.modules():
-        if hasattr(module, "record_hidden_grads") and callable(getattr(module, "hidden_grad_norms", None)):
+        if hasattr(module, "record_hidden_grads") and callable(getattr(module, "has_hidden_grads", None)):
             return module
     raise ValueError(f"per_timestep=True needs a model that keeps its hidden states for autograd, such as "
                      f"labkit.models.ElmanRNN or LSTM; {type(model).__name__} has none (torch.nn.RNN/LSTM "

@@ -73,18 +73,34 @@ def test_a_wrong_backward_would_be_caught(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_totals_are_the_retained_gradients_of_each_hidden_state() -> None:
-    """δh_t from the fused backward equals h_t.grad when autograd keeps every h_t."""
+    """δh_t from the fused backward equals h_t.grad when autograd keeps every h_t; the model records its norms."""
     model = _model(output_size=None)
     x, h0, c0 = (t.detach() for t in _inputs())
     model.record_hidden_grads = True
-    out = model(x, (h0, c0))  # record_hidden_grads: the step-by-step path
-    assert len(model.hidden_steps) == x.shape[1]
-    out.hidden.pow(2).sum().backward()
+    model.forward_by_autograd(x, (h0, c0)).hidden.pow(2).sum().backward()
+    assert len(model.hidden_steps) == x.shape[1] and model.has_hidden_grads()
     retained = torch.stack([h.grad for h in model.hidden_steps])  # (T, B, H)
+    retained_norms = model.hidden_grad_norms()
+
     trace = lstm_steps(x.transpose(0, 1), h0, c0, model.weight_ih, model.weight_hh, model.bias_ih, model.bias_hh)
     totals = lstm_steps_backward(trace, model.weight_ih, model.weight_hh, 2 * trace.hidden).hidden
     assert torch.allclose(totals, retained, rtol=0, atol=1e-12)
-    assert torch.allclose(model.hidden_grad_norms(), torch.linalg.vector_norm(totals, dim=(1, 2)), atol=1e-12)
+
+    out = model(x, (h0, c0))  # the fused path records the norms during backward
+    assert model.hidden_steps == [] and not model.has_hidden_grads()
+    out.hidden.pow(2).sum().backward()
+    assert model.has_hidden_grads()
+    assert torch.allclose(model.hidden_grad_norms(), retained_norms, rtol=0, atol=1e-12)
+    assert torch.allclose(retained_norms, torch.linalg.vector_norm(totals, dim=(1, 2)), rtol=0, atol=1e-12)
+
+
+def test_nothing_is_recorded_unless_asked() -> None:
+    model = _model(output_size=None)
+    x, h0, c0 = (t.detach() for t in _inputs())
+    model(x, (h0, c0)).hidden.sum().backward()
+    assert not model.has_hidden_grads()
+    with pytest.raises(RuntimeError, match="record_hidden_grads = True"):
+        model.hidden_grad_norms()
 
 
 def test_gradient_of_the_final_state_alone() -> None:
