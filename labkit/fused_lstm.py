@@ -10,10 +10,10 @@ activated gates, and the backward pass is the recursion of :mod:`labkit.bptt` (c
     ∂L/∂z_t = [δc_t, δc_t, δc_t, δh_t] ⊙ s_t,   with the gate slopes
     s_t = [g_t ⊙ i_t(1 − i_t),  c_{t-1} ⊙ f_t(1 − f_t),  i_t ⊙ (1 − g_t²),  tanh(c_t) ⊙ o_t(1 − o_t)]
 
-Only δh_t and δc_t depend on the future, so only they are computed step by step; the slopes s_t and the
-factor o_t ⊙ (1 − tanh² c_t) are known from the forward pass and computed for all steps in a few large
-operations. The weight gradients are sums over time, ``∂L/∂W_hh = Σ_t ∂L/∂z_t h_{t-1}ᵀ``, which become one
-matrix product over all (t, batch) pairs once the loop is done.
+The slopes need no pre-activation z_t: σ'(z) = y(1 − y) and tanh'(z) = 1 − y² are functions of the
+activated gates y that the forward pass keeps. Only δh_t and δc_t are carried from step to step. The weight
+gradients are sums over time, ``∂L/∂W_hh = Σ_t ∂L/∂z_t h_{t-1}ᵀ``, which become one matrix product over all
+(t, batch) pairs once the loop is done.
 
 Tensors are time-major here, (T, B, ·), so that each step's slice is contiguous in memory; the model's
 interface stays batch-first. ``tests/test_fused_lstm.py`` checks every gradient against autograd in
