@@ -125,6 +125,32 @@ def test_every_internal_link_resolves(built_book: BookBuild) -> None:
     assert not broken, "broken links:\n" + "\n".join(broken)
 
 
+RAW_TABLE_ROW = re.compile(r"\|\s*(?:-{3,}|—+|–+)\s*\|")  # a Markdown table's |---| row (smartquotes: |—|)
+
+
+def raw_markdown_tables(html: str) -> list[str]:
+    """Lines of a page's text, outside code blocks, that are a Markdown table shown as text."""
+    text = re.sub(r"<pre\b.*?</pre>", "", html, flags=re.S)  # listings may show pipes on purpose
+    text = re.sub(r"<[^>]+>", "", text)
+    return [line.strip()[:80] for line in text.splitlines() if RAW_TABLE_ROW.search(line)]
+
+
+def test_raw_markdown_tables_are_detected() -> None:
+    assert raw_markdown_tables("<p>| a | b | |—|—| | 1 | 2 |</p>")
+    assert not raw_markdown_tables("<table><tr><td>a</td></tr></table><pre>| --- |</pre>")
+
+
+def test_tables_printed_by_cells_render_as_tables(built_book: BookBuild) -> None:
+    """A cell that returns Markdown (the benchmarks and classics appendices) must show a table, not pipes:
+    myst-nb renders such output as CommonMark, which has no tables, unless `nb_render_markdown_format`."""
+    html_dir = built_book.html_dir
+    leaked = [f"{page.relative_to(html_dir)}: {line}" for page in built_book.pages()
+              for line in raw_markdown_tables(page.read_text(encoding="utf-8"))]
+    assert not leaked, "Markdown tables shown as text:\n" + "\n".join(leaked)
+    benchmarks = (html_dir / "book" / "appendix_benchmarks.html").read_text(encoding="utf-8")
+    assert benchmarks.count("<table") >= 6, "the benchmarks appendix should show one table per suite"
+
+
 def test_every_figure_has_alt_text(built_book: BookBuild) -> None:
     """Screen readers read the alt text, and it shows when an image fails. In a chapter, give a figure
     from a code cell its text with the cell metadata `mystnb: {image: {alt: ...}}` (or a `figure:` with a
